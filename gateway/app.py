@@ -1,0 +1,113 @@
+"""The composition root: builds the Litestar app from every slice and runs their services.
+
+Only this module knows every slice. Each background service starts in the lifespan
+in dependency order and stops in reverse, so a graceful shutdown (SIGTERM) lets the
+later ones (recording, delivery) flush what they hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway import __version__
+from gateway.auth import PUBLIC_PATHS, Authenticator, BearerAuthMiddleware
+from gateway.errors import handle_exception
+from gateway.keys.routes import KeysController
+from gateway.logs import RequestLogMiddleware, configure_logging
+from gateway.secrets_store import load_admin_token, load_secret_key
+from gateway.settings import Settings
+from gateway.status import read_status
+from gateway.storage import Database, upgrade_schema
+
+log = logging.getLogger(__name__)
+
+
+async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
+    db: Database = state.db
+    async with db.session() as session:
+        yield session
+
+
+def provide_settings(state: State) -> Settings:
+    return state.settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the gateway app from `settings` (read from the environment when omitted)."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, settings.log_json)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        state = app.state
+        async with AsyncExitStack() as stack:
+            url = settings.resolved_database_url
+            await anyio.to_thread.run_sync(upgrade_schema, url)
+            db = Database(url)
+            stack.push_async_callback(db.dispose)
+            state.db = db
+
+            authenticator = Authenticator(
+                db,
+                load_admin_token(settings.data_dir, settings.admin_token),
+                sync_interval_s=settings.key_sync_interval_s,
+            )
+            await authenticator.start()
+            stack.push_async_callback(authenticator.stop)
+            state.authenticator = authenticator
+            state.secret_key = load_secret_key(settings.data_dir, settings.secret_key)
+
+            log.info(
+                "gateway ready version=%s database=%s", __version__, "sqlite" if db.is_sqlite else "postgresql"
+            )
+            yield
+            log.info("gateway shutting down")
+
+    state = State(
+        {
+            "settings": settings,
+            "started_monotonic": time.monotonic(),
+            "status_counts": {},
+        }
+    )
+    route_handlers: list[Any] = [read_status, KeysController]
+
+    return Litestar(
+        route_handlers=route_handlers,
+        lifespan=[lifespan],
+        state=state,
+        dependencies={
+            "db_session": Provide(provide_db_session),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
+        middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=[f"^{p}" for p in PUBLIC_PATHS])],
+        exception_handlers={Exception: handle_exception},
+        openapi_config=OpenAPIConfig(
+            title="Jetty gateway",
+            version=__version__,
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )
+
+
+def create_asgi_app() -> Any:
+    """The ASGI callable `jetty serve` runs: the app wrapped in the request log."""
+    return RequestLogMiddleware(create_app())

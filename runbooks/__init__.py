@@ -1,0 +1,1 @@
+"""runbooks slice."""

@@ -1,0 +1,1 @@
+"""Real servers the tests run against: PostgreSQL, the gateway, upstreams."""
