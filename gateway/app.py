@@ -25,12 +25,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway import __version__
 from gateway.auth import PUBLIC_PATHS, Authenticator, BearerAuthMiddleware
 from gateway.errors import handle_exception
+from gateway.events import EventBus
 from gateway.keys.routes import KeysController
 from gateway.logs import RequestLogMiddleware, configure_logging
 from gateway.secrets_store import load_admin_token, load_secret_key
 from gateway.settings import Settings
-from gateway.status import read_status
+from gateway.status import read_status, register_status_count
 from gateway.storage import Database, upgrade_schema
+from gateway.trajectories import TrajectoriesController, TrajectoryRecorder
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             state.authenticator = authenticator
             state.secret_key = load_secret_key(settings.data_dir, settings.secret_key)
 
+            events = EventBus()
+            state.events = events
+            recorder = TrajectoryRecorder(db, events)
+            await recorder.start()
+            stack.push_async_callback(recorder.stop)
+            state.recorder = recorder
+            register_status_count(state, "recording_queue_depth", lambda: recorder.queue_depth)
+
             log.info(
                 "gateway ready version=%s database=%s", __version__, "sqlite" if db.is_sqlite else "postgresql"
             )
@@ -84,7 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "status_counts": {},
         }
     )
-    route_handlers: list[Any] = [read_status, KeysController]
+    route_handlers: list[Any] = [read_status, KeysController, TrajectoriesController]
 
     return Litestar(
         route_handlers=route_handlers,

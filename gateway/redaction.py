@@ -1,0 +1,111 @@
+"""Secret redaction before anything is stored.
+
+`redact_secrets` walks a JSON-like value and replaces known secret values (the
+upstream and gateway keys of the call, collection secrets) and anything that looks
+like an API key, bearer token, password assignment, private key or card number.
+It returns the cleaned value and a list saying what kind was found where, never
+the value itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+MIN_KNOWN_SECRET_LEN = 6
+
+_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("private_key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")),
+    ("bearer_token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}")),
+    ("api_key", re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}")),
+    ("api_key", re.compile(r"\bjty_[A-Za-z0-9_-]{16,}")),
+    ("api_key", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})")),
+    ("api_key", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
+    ("api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
+    ("api_key", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+]
+# `password: hunter2`, `api_key="…"`, `token=…`: keep the name, drop the value.
+_ASSIGNMENT = re.compile(
+    r"(?i)\b((?:pass(?:word|wd)?|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)"
+    r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',;}]{4,})"
+)
+_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+_SECRET_FIELD = re.compile(
+    r"(?i)^(authorization|proxy-authorization|x-api-key|api[_-]?key|password|passwd|secret|client[_-]?secret|access[_-]?token|refresh[_-]?token|token)$"
+)
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch)
+        if i % 2 == 1:
+            n *= 2
+            if n > 9:
+                n -= 9
+        total += n
+    return total % 10 == 0
+
+
+def _marker(kind: str) -> str:
+    return f"[REDACTED:{kind}]"
+
+
+class _Redactor:
+    def __init__(self, secrets: Iterable[str]) -> None:
+        known = {s for s in secrets if s and len(s) >= MIN_KNOWN_SECRET_LEN}
+        self.known = sorted(known, key=len, reverse=True)  # longest first: a key may contain another
+        self.found: list[dict[str, str]] = []
+
+    def text(self, value: str, path: str) -> str:
+        for secret in self.known:
+            if secret in value:
+                value = value.replace(secret, _marker("secret"))
+                self.found.append({"kind": "secret", "path": path})
+        for kind, pattern in _PATTERNS:
+            value, count = pattern.subn(_marker(kind), value)
+            if count:
+                self.found.append({"kind": kind, "path": path})
+
+        def assignment(match: re.Match[str]) -> str:
+            if match.group(2).startswith("[REDACTED"):
+                return match.group(0)
+            self.found.append({"kind": "password", "path": path})
+            return match.group(1) + _marker("password")
+
+        value = _ASSIGNMENT.sub(assignment, value)
+
+        def card(match: re.Match[str]) -> str:
+            digits = re.sub(r"[ -]", "", match.group(0))
+            if 13 <= len(digits) <= 19 and _luhn_ok(digits):
+                self.found.append({"kind": "card_number", "path": path})
+                return _marker("card_number")
+            return match.group(0)
+
+        return _CARD.sub(card, value)
+
+    def walk(self, value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            return self.text(value, path) if value else value
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and _SECRET_FIELD.match(key) and isinstance(item, str) and item:
+                    out[key] = _marker("secret_field")
+                    self.found.append({"kind": "secret_field", "path": child})
+                else:
+                    out[key] = self.walk(item, child)
+            return out
+        if isinstance(value, list):
+            return [self.walk(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return value
+
+
+def redact_secrets(value: Any, secrets: Iterable[str] = (), *, path: str = "") -> tuple[Any, list[dict[str, str]]]:
+    """A copy of `value` with secrets replaced by `[REDACTED:<kind>]`, and where they were."""
+    redactor = _Redactor(secrets)
+    cleaned = redactor.walk(value, path)
+    return cleaned, redactor.found
