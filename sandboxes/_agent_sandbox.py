@@ -73,14 +73,13 @@ class AgentSandbox:
 
     async def _expire(self) -> None:
         logger.warning("sandbox lifetime exceeded sandbox=%s run_id=%s", self.id, self.run_id)
-        self._channel.close_reason = f"its lifetime of {self.spec.timeout_s:.0f}s ran out"
-        await self.destroy()
+        await self.destroy(reason=f"its lifetime of {self.spec.timeout_s:g}s ran out")
 
     @property
     def is_alive(self) -> bool:
         return not self._destroyed and not self._channel.closed
 
-    async def destroy(self) -> None:
+    async def destroy(self, reason: str = "it was destroyed") -> None:
         """Kill everything in the sandbox and delete it; calling it twice is fine."""
         if self._destroyed:
             return
@@ -88,7 +87,7 @@ class AgentSandbox:
         if self._lifetime is not None:
             self._lifetime.cancel()
         if not self._channel.closed:
-            self._channel.close_reason = "it was destroyed"
+            self._channel.close_reason = reason
         try:
             await self._shutdown()
         finally:
