@@ -86,3 +86,34 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     second = jetty("db", "upgrade", env=env)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert (tmp_path / "jetty.db").exists()
+
+
+def test_serve_flags_choose_host_and_port(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.support.net import free_port, wait_for
+
+    port = free_port()
+    env = {**os.environ, "JETTY_DATA_DIR": str(tmp_path), "JETTY_PORT": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        status = wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=1).json(),
+            timeout_s=30,
+            what="jetty serve --port",
+        )
+        assert status["ok"] is True
+        # The embedded default: a SQLite file in WAL mode in the data dir.
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "jetty.db") as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
