@@ -100,7 +100,7 @@ def test_serve_flags_choose_host_and_port(tmp_path: Path) -> None:
         env=env,
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115
     )
     try:
         status = wait_for(
@@ -116,4 +116,6 @@ def test_serve_flags_choose_host_and_port(tmp_path: Path) -> None:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         process.terminate()
-        assert process.wait(timeout=30) == 0
+        # uvicorn re-raises SIGTERM after a graceful shutdown, hence -15.
+        assert process.wait(timeout=30) in (0, -15)
+    assert "gateway shutting down" in (tmp_path / "serve.log").read_text()
