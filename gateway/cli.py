@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,10 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+
+from runbooks.cli import runbook_app  # noqa: E402  (light: yaml and jsonschema only)
+
+app.add_typer(runbook_app, name="runbook")
 
 TOKEN_FILE = Path.home() / ".config" / "jetty" / "token"
 
@@ -190,4 +193,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -63,6 +63,7 @@ class RequestLogMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        method: str = scope.get("method", "")  # type: ignore[assignment]
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -77,9 +78,9 @@ class RequestLogMiddleware:
                 latency_ms = round((time.perf_counter() - started) * 1000, 2)
                 self.log.info(
                     "%s %s %s %.2fms",
-                    scope["method"],
+                    method,
                     scope["path"],
                     status,
                     latency_ms,
-                    extra={"method": scope["method"], "path": scope["path"], "status": status, "latency_ms": latency_ms},
+                    extra={"method": method, "path": scope["path"], "status": status, "latency_ms": latency_ms},
                 )
