@@ -211,3 +211,24 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if error.status >= 500 and not isinstance(exc, ApiError):
         log.error("unhandled error path=%s", request.url.path, exc_info=exc)
     return error_response(error)
+
+
+# --- runbooks (appended by the runbooks slice) ---------------------------------
+
+
+class MissingInputs(Unprocessable):
+    """A runbook run lacks required inputs or secrets; `details` lists every one."""
+
+    code = "missing_inputs"
+
+
+class UrlNotAllowed(BadRequest):
+    """A runbook URL is outside what this gateway may fetch (scheme, private address, root)."""
+
+    code = "url_not_allowed"
+
+
+class RunbookFetchFailed(Unprocessable):
+    """The runbook source answered with an error, or could not be reached."""
+
+    code = "runbook_fetch_failed"
