@@ -95,6 +95,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         }
     )
     route_handlers: list[Any] = [read_status, KeysController, TrajectoriesController]
+    from runbooks.routes import ROUTE_HANDLERS as runbook_routes
+
+    route_handlers += runbook_routes
 
     return Litestar(
         route_handlers=route_handlers,

@@ -168,6 +168,13 @@ def _load_yaml(raw: str) -> tuple[dict[str, Any], dict[str, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 2 if mark is not None else None  # +1 for 1-based, +1 for the `---`
+        if mark is not None and mark.index >= len(raw.rstrip()):
+            # "found end of stream": the construct left open is the problem, not the `---`.
+            context = exc.context_mark
+            if context is not None and context.index < len(raw.rstrip()):
+                line = context.line + 2
+            else:
+                line = len(raw.rstrip().splitlines()) + 1
         problem = exc.problem or str(exc)
         raise _error(f"front matter is not valid YAML: {problem}", line=line) from None
     except yaml.YAMLError as exc:
