@@ -28,6 +28,7 @@ from gateway.errors import handle_exception
 from gateway.events import EventBus
 from gateway.keys.routes import KeysController
 from gateway.logs import RequestLogMiddleware, configure_logging
+from gateway.passthrough import chat_completions, list_models, passthrough_lifespan
 from gateway.secrets_store import load_admin_token, load_secret_key
 from gateway.settings import Settings
 from gateway.status import read_status, register_status_count
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             stack.push_async_callback(recorder.stop)
             state.recorder = recorder
             register_status_count(state, "recording_queue_depth", lambda: recorder.queue_depth)
+            await stack.enter_async_context(passthrough_lifespan(state, settings))
 
             log.info(
                 "gateway ready version=%s database=%s", __version__, "sqlite" if db.is_sqlite else "postgresql"
@@ -94,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "status_counts": {},
         }
     )
-    route_handlers: list[Any] = [read_status, KeysController, TrajectoriesController]
+    route_handlers: list[Any] = [read_status, KeysController, TrajectoriesController, chat_completions, list_models]
     from runbooks.routes import ROUTE_HANDLERS as runbook_routes
 
     route_handlers += runbook_routes

@@ -213,6 +213,23 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return error_response(error)
 
 
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class UpstreamUnreachable(UpstreamError):
+    code = "upstream_unreachable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class RunbookModeUnavailable(Unprocessable):
+    code = "runbook_mode_unavailable"
+
+
 # --- runbooks (appended by the runbooks slice) ---------------------------------
 
 
