@@ -142,8 +142,14 @@ def do_exec(req):
 
     pumps = [threading.Thread(target=pump, args=(proc.stdout, 1), daemon=True),
              threading.Thread(target=pump, args=(proc.stderr, 2), daemon=True)]
-    for t in pumps:
-        t.start()
+    try:
+        for t in pumps:
+            t.start()
+    except RuntimeError:
+        kill_group(proc)
+        proc.wait()
+        finish(126, stderr=b"jetty: sandbox is out of processes (pids limit)\n")
+        return
     timed_out = False
     try:
         proc.wait(timeout)
@@ -242,7 +248,11 @@ def main():
         if handler is None:
             send({"id": req.get("id"), "ev": "error", "kind": "error", "message": "unknown op"})
             continue
-        threading.Thread(target=guarded, args=(handler, req), daemon=True).start()
+        try:
+            threading.Thread(target=guarded, args=(handler, req), daemon=True).start()
+        except RuntimeError:
+            # Out of processes (a fork bomb at the pids limit): refuse this request, stay alive.
+            send({"id": req.get("id"), "ev": "error", "kind": "busy", "message": "sandbox is out of processes, retry later"})
     # stdin closed: the gateway is gone, so the sandbox ends with it.
     os._exit(0)
 

@@ -97,6 +97,13 @@ class AgentSandbox:
     async def _shutdown(self) -> None:
         raise NotImplementedError
 
+    def _path(self, path: str) -> str:
+        """Unisolated sandboxes have no /app; map the workspace prefix onto their host directory."""
+        base = self.spec.workdir.rstrip("/")
+        if self.workspace != self.spec.workdir and (path == base or path.startswith(base + "/")):
+            return self.workspace + path[len(base) :]
+        return path
+
     def _check_open(self) -> None:
         if self._destroyed:
             raise SandboxClosed(f"sandbox {self.id} is closed: {self._channel.close_reason}")
@@ -112,7 +119,7 @@ class AgentSandbox:
         payload = {
             "argv": argv,
             "env": {**self.spec.env, **(env or {})},
-            "cwd": workdir or self.spec.workdir,
+            "cwd": self._path(workdir or self.spec.workdir),
             "timeout": timeout,
             "max_output": self.spec.max_output_bytes,
             "stream": stream,
@@ -191,24 +198,24 @@ class AgentSandbox:
     async def read_file(self, path: str) -> bytes:
         """Bytes of a file inside the sandbox (relative paths are under the workspace)."""
         self._check_open()
-        msg = await self._channel.call("read", {"path": path}, FILE_TIMEOUT_S)
+        msg = await self._channel.call("read", {"path": self._path(path)}, FILE_TIMEOUT_S)
         return decode(msg.get("data"))
 
     async def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> None:
         """Create or replace a file, making parent directories as needed."""
         self._check_open()
-        await self._channel.call("write", {"path": path, "data": encode(data), "mode": mode}, FILE_TIMEOUT_S)
+        await self._channel.call("write", {"path": self._path(path), "data": encode(data), "mode": mode}, FILE_TIMEOUT_S)
 
     async def list_files(self, path: str = ".", *, recursive: bool = False) -> list[FileEntry]:
         """Entries under a directory, relative to it, directories first per level."""
         self._check_open()
-        msg = await self._channel.call("list", {"path": path, "recursive": recursive}, FILE_TIMEOUT_S)
+        msg = await self._channel.call("list", {"path": self._path(path), "recursive": recursive}, FILE_TIMEOUT_S)
         return [FileEntry(path=p, size=int(s), is_dir=bool(d), mtime=float(m)) for p, s, d, m in msg["entries"]]
 
     async def archive(self, path: str = ".") -> bytes:
         """The workspace (or a directory in it) as an uncompressed tar archive."""
         self._check_open()
-        msg = await self._channel.call("archive", {"path": path}, FILE_TIMEOUT_S * 5)
+        msg = await self._channel.call("archive", {"path": self._path(path)}, FILE_TIMEOUT_S * 5)
         return decode(msg.get("data"))
 
     async def git_diff(self) -> str | None:

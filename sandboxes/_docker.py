@@ -256,6 +256,7 @@ class DockerBackend:
                     run_id=run_id,
                     instance=labels.get("jetty.instance"),
                     expires_at=float(expires) if expires else None,
+                    running=row.get("State") == "running",
                 )
             )
         return records

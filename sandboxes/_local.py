@@ -125,6 +125,16 @@ def _rmtree(path: Path) -> None:
         shutil.rmtree(path, onerror=make_writable)
 
 
+def _is_our_process(pid: object, root: Path) -> bool:
+    """True if `pid` is still this sandbox's bwrap/agent (not a recycled pid)."""
+    if not isinstance(pid, int):
+        return False
+    try:
+        return str(root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 class LocalBackend:
     """Creates sandboxes as bubblewrap processes over work directories."""
 
@@ -263,6 +273,7 @@ class LocalBackend:
                         run_id=meta.get("run_id"),
                         instance=meta.get("instance"),
                         expires_at=meta.get("expires_at"),
+                        running=_is_our_process(meta.get("pid"), root),
                     )
                 )
             return records
@@ -278,8 +289,7 @@ class LocalBackend:
         def remove() -> None:
             with contextlib.suppress(OSError, ValueError):
                 pid = json.loads((root / "meta.json").read_text()).get("pid")
-                # Only kill the pid if it is still our sandbox's process, not a recycled one.
-                if pid and str(root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if _is_our_process(pid, root):
                     os.killpg(int(pid), signal.SIGKILL)
             _rmtree(root)
 

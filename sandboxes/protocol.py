@@ -63,6 +63,7 @@ class SandboxRecord:
     run_id: str | None  # None: waiting in a pool
     instance: str | None  # the SandboxService instance that created it
     expires_at: float | None  # epoch seconds after which it is dead whatever the run says
+    running: bool = True  # its process/container is up (a crashed owner's pool is not)
 
 
 class SandboxBackend(Protocol):

@@ -3,8 +3,11 @@
 Reaper rules, applied at start and every `sandbox_reap_interval_s`, to every
 sandbox the backend can see (also those of other or crashed processes):
 
-- waiting in a pool: kept if this service instance created it, removed otherwise
-  (each service has a random `instance` id; a pool of a previous process is junk);
+- waiting in a pool: kept if this service instance created it or if it is still
+  running (another live replica's pool); removed when its owner is gone. Each
+  service has a random `instance` id. A docker pool container ends by itself when
+  its owner's attach connection drops (StdinOnce + auto-remove), a local one when
+  its parent dies (--die-with-parent), so "not running" means "owner crashed";
 - past its `expires_at`: removed;
 - bound to a run: removed unless `is_run_active(run_id)` says the run is still on;
 - anything else (no run, no pool mark): removed.
@@ -243,7 +246,9 @@ class SandboxService:
         if record.expires_at is not None and record.expires_at < now:
             return "expired"
         if record.run_id is None:
-            return None if record.instance == self.instance else "pool of another instance"
+            if record.instance == self.instance or record.running:
+                return None
+            return "pool of a stopped instance"
         if not await self._run_is_active(record.run_id):
             return "run over or unknown"
         return None
