@@ -230,7 +230,7 @@ class UpstreamServer:
         if reply.kind == "stream":
             return await self._stream(request, received, reply, model, payload)
         body = dict(reply.body)
-        message, finish, usage = body.pop("message"), body.pop("finish_reason"), body.pop("usage")
+        message, finish, usage = body.pop("message"), body.pop("finish_reason"), body.pop("usage", None)
         completion = {
             "id": f"chatcmpl-{next(_ids)}",
             "object": "chat.completion",
