@@ -65,10 +65,25 @@ def _error_from_exception(deployment: Deployment, exc: Exception, timeout_s: flo
     message = str(getattr(exc, "message", None) or exc).strip() or f"Upstream answered HTTP {status}"
     # litellm prefixes messages with its class path ("litellm.RateLimitError: ..."); keep the provider's part.
     message = message.split(": ", 1)[1] if message.startswith("litellm.") and ": " in message else message
+    message = _provider_message(message)
     if deployment.api_key:
         message = message.replace(deployment.api_key, "***")
     error = UpstreamError(message[:2000], status=status, code="upstream_error", details={"upstream_status": status})
     return AttemptFailed(error, retryable=is_retryable_status(status), upstream_status=status)
+
+
+def _provider_message(message: str) -> str:
+    """The provider's own error message when litellm wrapped its JSON body (`XException - {...}`)."""
+    start = message.find("{")
+    if start < 0:
+        return message
+    try:
+        body = msgspec.json.decode(message[start:])
+    except msgspec.DecodeError:
+        return message
+    error = body.get("error") if isinstance(body, dict) else None
+    inner = error.get("message") if isinstance(error, dict) else error
+    return inner if isinstance(inner, str) and inner else message
 
 
 class TranslatedReply(UpstreamReply):

@@ -32,7 +32,7 @@ _ids = itertools.count(1)
 class Reply:
     """One scripted answer. Build it with the class methods."""
 
-    kind: str = "json"  # json | stream | hang | close | dynamic
+    kind: str = "json"  # json | raw | stream | sse | hang | close | dynamic
     status: int = 200
     body: Any = None
     events: list[Any] = field(default_factory=list)
@@ -79,6 +79,11 @@ class Reply:
             finish = "tool_calls"
         events.append({"delta": {}, "finish_reason": finish})
         return cls(kind="stream", events=events, delay_s=delay_s, hang_after=hang_after)
+
+    @classmethod
+    def sse(cls, frames: Iterable[str], *, delay_s: float = 0.0, headers: dict[str, str] | None = None) -> Reply:
+        """A raw event stream, frames sent as given (another provider's streaming format)."""
+        return cls(kind="sse", events=list(frames), delay_s=delay_s, headers=headers or {})
 
     @classmethod
     def hang(cls) -> Reply:
@@ -229,6 +234,15 @@ class UpstreamServer:
             return web.json_response(reply.body, status=reply.status, headers=reply.headers)
         if reply.kind == "stream":
             return await self._stream(request, received, reply, model, payload)
+        if reply.kind == "sse":
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **reply.headers})
+            await response.prepare(request)
+            for index, frame in enumerate(reply.events):
+                if index and reply.delay_s:
+                    await asyncio.sleep(reply.delay_s)
+                await response.write(frame.encode())
+            await response.write_eof()
+            return response
         body = dict(reply.body)
         message, finish, usage = body.pop("message"), body.pop("finish_reason"), body.pop("usage", None)
         completion = {
