@@ -203,6 +203,15 @@ class LocalBackend:
             (workspace / sub).mkdir(parents=True, exist_ok=True)
         expires = time.time() + spec.timeout_s if run_id else None
         self._write_meta(root, id=sandbox_id, run_id=run_id, instance=self.instance, pid=None, expires_at=expires)
+        try:
+            return await self._start(spec, sandbox_id, root, workspace, run_id, expires)
+        except BaseException:
+            await anyio.to_thread.run_sync(self._remove_sync, root)
+            raise
+
+    async def _start(
+        self, spec: SandboxSpec, sandbox_id: str, root: Path, workspace: Path, run_id: str | None, expires: float | None
+    ) -> Sandbox:
         env = None if self.isolated else {"PATH": os.defpath, "HOME": str(workspace), "LANG": "C.UTF-8"}
         process = await asyncio.create_subprocess_exec(
             *self._command(spec, root, workspace),
@@ -286,14 +295,15 @@ class LocalBackend:
         if root.parent != self.base or not root.name:
             raise SandboxError(f"bad sandbox id {record_id!r}")
 
-        def remove() -> None:
-            with contextlib.suppress(OSError, ValueError):
-                pid = json.loads((root / "meta.json").read_text()).get("pid")
-                if _is_our_process(pid, root):
-                    os.killpg(int(pid), signal.SIGKILL)
-            _rmtree(root)
+        await anyio.to_thread.run_sync(self._remove_sync, root)
 
-        await anyio.to_thread.run_sync(remove)
+    @staticmethod
+    def _remove_sync(root: Path) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = json.loads((root / "meta.json").read_text()).get("pid")
+            if _is_our_process(pid, root):
+                os.killpg(int(pid), signal.SIGKILL)
+        _rmtree(root)
 
     async def close(self) -> None:
         return None

@@ -92,7 +92,7 @@ class SandboxService:
         self._active: dict[str, Sandbox] = {}
         self._pool_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._filling = 0
+        self._stopping = False
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -110,11 +110,16 @@ class SandboxService:
 
     async def stop(self) -> None:
         """Stop background work and destroy every sandbox this service holds."""
+        # The pool filler is not cancelled mid-create (a cancelled create would leak the
+        # sandbox it was making); it is told to stop and finishes its current one.
+        self._stopping = True
+        self._pool_wanted.set()
         for task in self._tasks:
-            task.cancel()
+            if task.get_name() != "sandbox-pool":
+                task.cancel()
         for task in self._tasks:
             with contextlib.suppress(BaseException):
-                await task
+                await asyncio.wait_for(task, 120)
         self._tasks = []
         doomed = [*self._pool, *self._active.values()]
         self._pool.clear()
@@ -208,13 +213,17 @@ class SandboxService:
 
     # -- pool -------------------------------------------------------------
     async def _fill_pool_forever(self) -> None:
-        while True:
+        while not self._stopping:
             await self._pool_wanted.wait()
             self._pool_wanted.clear()
             self._pool = [s for s in self._pool if s.is_alive]
-            while len(self._pool) < self.pool_size:
+            while len(self._pool) < self.pool_size and not self._stopping:
                 try:
-                    self._pool.append(await self.backend.create(SandboxSpec(), run_id=None))
+                    sandbox = await self.backend.create(SandboxSpec(), run_id=None)
+                    if self._stopping:
+                        await self._destroy_quietly(sandbox)
+                        return
+                    self._pool.append(sandbox)
                 except SandboxError as exc:
                     logger.error("sandbox pool refill failed backend=%s error=%s", self.backend.name, exc)
                     await asyncio.sleep(5)
