@@ -82,6 +82,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             state.recorder = recorder
             register_status_count(state, "recording_queue_depth", lambda: recorder.queue_depth)
             await stack.enter_async_context(passthrough_lifespan(state, settings))
+            from runbooks.lifespan import runbooks_lifespan
+
+            await stack.enter_async_context(runbooks_lifespan(state, settings))
 
             log.info(
                 "gateway ready version=%s database=%s", __version__, "sqlite" if db.is_sqlite else "postgresql"

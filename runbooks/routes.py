@@ -5,6 +5,7 @@ Handlers are thin: parse, check scope, call the service, shape the answer.
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
@@ -14,9 +15,11 @@ from litestar.params import Body, Parameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.auth import Principal
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, Conflict
 from gateway.pagination import check_limit
-from runbooks import collection_service, file_service
+from gateway.trajectories import TERMINAL_STATUSES, get_trajectory
+from runbooks import collection_service, file_service, results
+from runbooks.atif import to_atif
 
 
 class CollectionsController(Controller):
@@ -161,4 +164,106 @@ class FilesController(Controller):
         return {"id": file_id, "object": "file", "deleted": True}
 
 
-ROUTE_HANDLERS: list[Any] = [CollectionsController, FilesController]
+class RunActionsController(Controller):
+    """Runbook-run actions under `/v1/trajectories/{id}/…` (reads and SSE are the trajectories slice's)."""
+
+    path = "/v1/trajectories/{trajectory_id:str}"
+    tags = ["trajectories"]
+
+    @post("/grades", status_code=201)
+    async def add_grade(
+        self,
+        request: Request[Principal, None, State],
+        db_session: AsyncSession,
+        data: dict[str, Any],
+        trajectory_id: str = Parameter(),
+    ) -> dict[str, Any]:
+        """Add an external grade (score, passed, label, comment, grader)."""
+        await get_trajectory(db_session, request.user, trajectory_id)
+        return results.grade_to_api(
+            await results.add_external_grade(db_session, trajectory_id, data)
+        )
+
+    @get("/grades")
+    async def list_grades(
+        self,
+        request: Request[Principal, None, State],
+        db_session: AsyncSession,
+        trajectory_id: str = Parameter(),
+    ) -> dict[str, Any]:
+        await get_trajectory(db_session, request.user, trajectory_id)
+        grades = await results.list_grades(db_session, trajectory_id)
+        return {
+            "object": "list",
+            "data": [results.grade_to_api(g) for g in grades],
+            "has_more": False,
+            "next_cursor": None,
+        }
+
+    @get("/files")
+    async def list_files(
+        self,
+        request: Request[Principal, None, State],
+        db_session: AsyncSession,
+        trajectory_id: str = Parameter(),
+    ) -> dict[str, Any]:
+        await get_trajectory(db_session, request.user, trajectory_id)
+        files = await results.list_run_files(db_session, trajectory_id)
+        return {"object": "list", "data": files, "has_more": False, "next_cursor": None}
+
+    @get("/files/{path:path}", media_type="application/octet-stream")
+    async def read_file(
+        self,
+        request: Request[Principal, None, State],
+        db_session: AsyncSession,
+        trajectory_id: str = Parameter(),
+        path: str = Parameter(),
+    ) -> Response[bytes]:
+        await get_trajectory(db_session, request.user, trajectory_id)
+        row = await results.read_run_file(db_session, trajectory_id, path.lstrip("/"))
+        media_type = mimetypes.guess_type(row.path)[0] or "application/octet-stream"
+        return Response(
+            row.content, media_type=media_type, headers={"X-Content-SHA256": row.sha256}
+        )
+
+    @post("/cancel", status_code=200)
+    async def cancel(
+        self,
+        request: Request[Principal, None, State],
+        db_session: AsyncSession,
+        state: State,
+        trajectory_id: str = Parameter(),
+    ) -> dict[str, Any]:
+        """Stop the agent and destroy its sandbox; 409 when the run is already over."""
+        trajectory = await get_trajectory(db_session, request.user, trajectory_id)
+        if trajectory.kind != "runbook":
+            raise Conflict("Only runbook runs can be cancelled", code="not_cancellable")
+        if trajectory.status in TERMINAL_STATUSES:
+            raise Conflict(
+                f"The run is already {trajectory.status}",
+                code="run_not_active",
+                details={"status": trajectory.status},
+            )
+        how = await state.runbooks.cancel(trajectory_id, trajectory.status)
+        await state.recorder.flush()
+        current = await state.recorder.get(trajectory_id)
+        return {
+            "trajectory_id": trajectory_id,
+            "status": current["status"] if current else "cancelled",
+            "cancel": how,
+        }
+
+    @get("/atif")
+    async def export_atif(
+        self,
+        request: Request[Principal, None, State],
+        db_session: AsyncSession,
+        state: State,
+        trajectory_id: str = Parameter(),
+    ) -> dict[str, Any]:
+        """The run in ATIF (same as `GET /v1/trajectories/{id}?format=atif`)."""
+        await get_trajectory(db_session, request.user, trajectory_id)
+        return to_atif(await state.recorder.get(trajectory_id))
+
+
+ROUTE_HANDLERS: list[Any] = [CollectionsController, FilesController, RunActionsController]
