@@ -187,6 +187,30 @@ def keys_revoke(key_id: str) -> None:
     typer.echo(f"revoked {key['id']}")
 
 
+@app.command("run")
+def run(
+    runbook: str = typer.Argument(..., help="RUNBOOK.md path, or an https:// / file:// URL the gateway fetches."),
+    collection: str = typer.Option(..., "--collection", "-c", help="Collection to run in."),
+    input: list[str] = typer.Option([], "--input", "-i", help="Template variable key=value; repeatable."),
+    file: list[Path] = typer.Option([], "--file", "-f", help="File placed in /app/assets; repeatable."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model (else the collection's or the runbook's)."),
+    output_dir: Path = typer.Option(Path("results"), "--output-dir", "-o", help="Where result files are saved."),
+) -> None:
+    """Run a runbook through the gateway with live progress, then save its result files."""
+    from runbooks.run_cli import parse_inputs, run_remote
+
+    try:
+        inputs = parse_inputs(input)
+        code = run_remote(
+            base_url=_base_url(), token=_token(), runbook=runbook, collection=collection,
+            inputs=inputs, files=file, model=model, output_dir=output_dir,
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        typer.echo(f"jetty: {exc}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 def main() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     app(prog_name="jetty")

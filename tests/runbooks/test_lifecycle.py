@@ -277,3 +277,60 @@ def test_runs_in_flight_at_a_crash_are_failed_on_restart(
     restarted.admin_token = gateway.admin_token
     failed = wait_status(restarted, run_id, ("failed",), timeout_s=30)
     assert failed["error"]["code"] == "gateway_restart"
+
+
+def test_jetty_run_cli_streams_progress_and_downloads_results(
+    local_gateway: GatewayProcess, model: ScriptedModel, tmp_path: Any
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    marker = model.script(
+        "cli",
+        tool_turn(bash("cat /app/assets/notes.txt")),
+        tool_turn(
+            write("/app/results/summary.md", "CLI run for {{who}}"),
+            write("/app/results/out/data.json", "[1]"),
+        ),
+        tool_turn(finish({"ok": True})),
+    )
+    book = tmp_path / "RUNBOOK.md"
+    book.write_text(runbook(marker).replace("Do the thing.", "Greet {{who}}."))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    env = {
+        **os.environ,
+        "JETTY_BASE_URL": local_gateway.url,
+        "JETTY_API_KEY": local_gateway.admin_token,
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "run",
+            str(book),
+            "--collection",
+            "ops",
+            "--input",
+            "who=Ada",
+            "--file",
+            str(notes),
+            "--model",
+            "scripted",
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CLI run for {{who}}" in done.stdout
+    assert "bash" in done.stderr and "succeeded" in done.stderr
+    saved = list((tmp_path / "out").glob("trj_*/out/data.json"))
+    assert saved and saved[0].read_text() == "[1]"
+    sent = model.requests_for("cli")[0]["messages"]
+    assert "Greet Ada." in json.dumps(sent)
