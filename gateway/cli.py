@@ -21,9 +21,13 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 
+# The CLI, like gateway.app, is a composition root: it mounts every slice's commands.
 from runbooks.cli import runbook_app  # noqa: E402  (light: yaml and jsonschema only)
+from sandboxes.cli import doctor, sandbox_app  # noqa: E402  (the docker SDK loads inside the commands)
 
 app.add_typer(runbook_app, name="runbook")
+app.add_typer(sandbox_app, name="sandbox")
+app.command("doctor")(doctor)
 
 TOKEN_FILE = Path.home() / ".config" / "jetty" / "token"
 
