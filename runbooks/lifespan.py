@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway.settings import Settings
+from gateway.status import register_status_count
 from runbooks.atif import export_trajectory
 from runbooks.modes import replay_run, run_runbook
 from runbooks.runner import RunbookService
@@ -37,6 +38,11 @@ async def runbooks_lifespan(state: Any, settings: Settings) -> AsyncIterator[Non
             state.sandboxes = None
             own_sandboxes = None
     await service.start()
+    register_status_count(
+        state, "active_runs", lambda: sum(1 for r in service.runs.values() if not r.done)
+    )
+    if state.sandboxes is not None and own_sandboxes is not None:
+        register_status_count(state, "sandboxes_active", lambda: own_sandboxes.active)
     state.runbooks = service
     state.run_runbook = run_runbook
     state.replay_run = replay_run
