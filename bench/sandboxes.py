@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import sys
 import tempfile
 import time

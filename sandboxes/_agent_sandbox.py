@@ -26,11 +26,12 @@ _GIT_DIFF = r"""
 git rev-parse --is-inside-work-tree >/dev/null 2>&1 || exit 3
 idx=$(mktemp) || exit 1
 trap 'rm -f "$idx"' EXIT
-gitdir=$(git rev-parse --absolute-git-dir)
-[ -f "$gitdir/index" ] && cp "$gitdir/index" "$idx"
 export GIT_INDEX_FILE="$idx"
+# A fresh index from HEAD (no stat cache), so same-size edits within one mtime tick
+# are still seen: a copied index would make git trust stale stat data ("racy git").
+if git rev-parse --verify -q HEAD >/dev/null; then base=HEAD; git read-tree HEAD || exit 1
+else base=4b825dc642cb6eb9a060e54bf8d69288fbee4904; rm -f "$idx"; fi
 git add -A >/dev/null 2>&1 || exit 1
-if git rev-parse --verify -q HEAD >/dev/null; then base=HEAD; else base=4b825dc642cb6eb9a060e54bf8d69288fbee4904; fi
 git -c core.quotepath=off diff --cached --binary "$base"
 """
 
@@ -59,6 +60,7 @@ class AgentSandbox:
         self._channel = channel
         self._rlimits = dict(rlimits or {})
         self._destroyed = False
+        self._destroying: asyncio.Future[None] | None = None
         self._lifetime: asyncio.TimerHandle | None = None
         self.created_at = time.time()
 
@@ -80,14 +82,18 @@ class AgentSandbox:
         return not self._destroyed and not self._channel.closed
 
     async def destroy(self, reason: str = "it was destroyed") -> None:
-        """Kill everything in the sandbox and delete it; calling it twice is fine."""
-        if self._destroyed:
-            return
-        self._destroyed = True
-        if self._lifetime is not None:
-            self._lifetime.cancel()
-        if not self._channel.closed:
-            self._channel.close_reason = reason
+        """Kill everything in the sandbox and delete it; a second call waits for the first."""
+        if self._destroying is None:
+            self._destroyed = True
+            if self._lifetime is not None:
+                self._lifetime.cancel()
+            if not self._channel.closed:
+                self._channel.close_reason = reason
+            # A task of its own, so a caller's cancellation cannot leave half a sandbox behind.
+            self._destroying = asyncio.ensure_future(self._teardown())
+        await asyncio.shield(self._destroying)
+
+    async def _teardown(self) -> None:
         try:
             await self._shutdown()
         finally:

@@ -1,6 +1,9 @@
 """Docker backend: one container per sandbox, driven through a long-lived agent.
 
-Containers are labelled `jetty.sandbox=1`, `jetty.instance=<service instance>` and,
+Containers are labelled `jetty.sandbox=1`, `jetty.scope=<deployment>` (a hash of
+the database URL: the reaper only ever sees its own deployment's containers, since
+other gateways with other databases may share the engine), `jetty.instance=<service
+instance>` and,
 when created for a run, `jetty.run=<run id>` and `jetty.expires=<epoch>`. Labels
 cannot change after creation, so a pooled container (`jetty.pool=1`) records the run
 it is later given in its *name*: `jetty-<id>-run-<run id>` (a pooled one is
@@ -76,9 +79,11 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, *, default_image: str, instance: str) -> None:
+    def __init__(self, *, default_image: str, instance: str, scope: str) -> None:
         self.default_image = default_image
         self.instance = instance
+        # Gateways with different databases may share one engine; each reaps only its own.
+        self.scope = scope
         self._api: Any = None
         self._images_seen: set[str] = set()
 
@@ -125,7 +130,7 @@ class DockerBackend:
         api = self._client()
         image = spec.image or self.default_image
         self._ensure_image(image)
-        labels = {LABEL: "1", "jetty.instance": self.instance, "jetty.sandbox_id": sandbox_id}
+        labels = {LABEL: "1", "jetty.scope": self.scope, "jetty.instance": self.instance, "jetty.sandbox_id": sandbox_id}
         if run_id is not None:
             labels["jetty.run"] = run_id
             labels["jetty.expires"] = f"{time.time() + spec.timeout_s:.0f}"
@@ -238,7 +243,7 @@ class DockerBackend:
 
     async def list_records(self) -> list[SandboxRecord]:
         def listing() -> list[dict[str, Any]]:
-            return self._client().containers(all=True, filters={"label": f"{LABEL}=1"})
+            return self._client().containers(all=True, filters={"label": [f"{LABEL}=1", f"jetty.scope={self.scope}"]})
 
         records = []
         for row in await anyio.to_thread.run_sync(listing):
@@ -256,7 +261,9 @@ class DockerBackend:
                     run_id=run_id,
                     instance=labels.get("jetty.instance"),
                     expires_at=float(expires) if expires else None,
-                    running=row.get("State") == "running",
+                    # A container still being created by a live service is not dead yet.
+                    running=row.get("State") == "running"
+                    or (row.get("State") == "created" and time.time() - float(row.get("Created", 0)) < 300),
                 )
             )
         return records

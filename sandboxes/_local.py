@@ -202,7 +202,7 @@ class LocalBackend:
         for sub in ("results", "assets"):
             (workspace / sub).mkdir(parents=True, exist_ok=True)
         expires = time.time() + spec.timeout_s if run_id else None
-        self._write_meta(root, id=sandbox_id, run_id=run_id, instance=self.instance, pid=None, expires_at=expires)
+        self._write_meta(root, id=sandbox_id, run_id=run_id, instance=self.instance, pid=None, expires_at=expires, created=time.time())
         try:
             return await self._start(spec, sandbox_id, root, workspace, run_id, expires)
         except BaseException:
@@ -282,7 +282,9 @@ class LocalBackend:
                         run_id=meta.get("run_id"),
                         instance=meta.get("instance"),
                         expires_at=meta.get("expires_at"),
-                        running=_is_our_process(meta.get("pid"), root),
+                        running=_is_our_process(meta.get("pid"), root)
+                        # no pid yet: still being created, unless that was long ago
+                        or (meta.get("pid") is None and time.time() - meta.get("created", 0) < 300),
                     )
                 )
             return records

@@ -6,7 +6,6 @@ Heavy imports (docker SDK, backends) stay inside the commands so `jetty --help` 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sys
 
 import typer

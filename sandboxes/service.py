@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -34,12 +35,17 @@ IsRunActive = Callable[[str], Awaitable[bool]]
 DEFAULT_POOL = {"docker": 2, "local": 0}
 
 
+def deployment_scope(settings: Settings) -> str:
+    """Replicas of one deployment share a database; that is what scopes the reaper."""
+    return hashlib.sha256(settings.resolved_database_url.encode()).hexdigest()[:12]
+
+
 def make_backend(kind: str, settings: Settings, instance: str) -> SandboxBackend:
     """Build (not check) the named backend."""
     if kind == "docker":
         from sandboxes._docker import DockerBackend
 
-        return DockerBackend(default_image=settings.sandbox_image, instance=instance)
+        return DockerBackend(default_image=settings.sandbox_image, instance=instance, scope=deployment_scope(settings))
     if kind == "local":
         from sandboxes._local import LocalBackend
 

@@ -39,7 +39,8 @@ async def test_acquire_from_warm_pool_is_fast_and_bound_to_the_run(settings: Set
         run_id = new_run_id()
         started = time.perf_counter()
         sandbox = await service.acquire(SandboxSpec(env={"RUN": run_id}), run_id)
-        assert time.perf_counter() - started < 0.5
+        # generous: other suites share this Docker daemon; bench/sandboxes.py has the real figures
+        assert time.perf_counter() - started < 3
         assert (service.active, sandbox.run_id) == (1, run_id)
         assert (await sandbox.exec('echo "$RUN"')).stdout_text.strip() == run_id
         records = {r.run_id for r in await service.backend.list_records()}
@@ -61,14 +62,16 @@ async def test_reaper_removes_sandboxes_of_finished_and_crashed_runs(settings: S
     instance = crashed.instance  # type: ignore[attr-defined]
     if backend_name == "docker":
         # Left by a crash mid-creation, and a dead pool container (made without our code).
-        for labels in ([f"jetty.run={dead_run}"], ["jetty.pool=1"]):
-            args = [arg for label in [*labels, "jetty.sandbox=1", f"jetty.instance={instance}"] for arg in ("--label", label)]
-            subprocess.run(["docker", "create", *args, IMAGE, "sleep", "60"], capture_output=True, timeout=30, check=True)
+        for verb, labels in (("create", [f"jetty.run={dead_run}"]), ("run", ["jetty.pool=1"])):
+            scope = f"jetty.scope={crashed.scope}"  # type: ignore[attr-defined]
+            args = [arg for label in [*labels, "jetty.sandbox=1", scope, f"jetty.instance={instance}"] for arg in ("--label", label)]
+            # `run ... true` leaves an exited container: a pool whose owner is gone.
+            subprocess.run(["docker", verb, *args, IMAGE, "true"], capture_output=True, timeout=30, check=True)
     else:
         # The work directory of a pool sandbox whose process died with its gateway.
         dead = settings.data_dir / "sandboxes" / "0badc0ffee00"
         (dead / "app").mkdir(parents=True)
-        (dead / "meta.json").write_text(json.dumps({"run_id": None, "instance": instance, "pid": None}))
+        (dead / "meta.json").write_text(json.dumps({"run_id": None, "instance": instance, "pid": 1, "created": 0}))
 
     async def is_run_active(run_id: str) -> bool:
         # Other tests run in parallel on the same engine: only our dead run is over.
