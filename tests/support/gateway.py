@@ -33,6 +33,10 @@ class GatewayProcess:
             "JETTY_LOG_JSON": "1",
             "JETTY_KEY_SYNC_INTERVAL_S": "0.2",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            # Tests that run sandboxes choose their backend; the others must not
+            # start a warm pool of containers with every gateway.
+            "JETTY_SANDBOX_BACKEND": "local",
+            "JETTY_SANDBOX_POOL_SIZE": "0",
             **(env or {}),
         }
         if database_url:
