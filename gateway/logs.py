@@ -27,7 +27,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STD_ATTRS and not key.startswith("_"):
+            # litellm stamps its own fields on every record once imported; not ours to log.
+            if key not in _STD_ATTRS and not key.startswith(("_", "litellm")):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -9,6 +9,7 @@ the value itself.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -16,7 +17,10 @@ from typing import Any
 MIN_KNOWN_SECRET_LEN = 6
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("private_key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")),
+    (
+        "private_key",
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+    ),
     ("bearer_token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}")),
     ("api_key", re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}")),
     ("api_key", re.compile(r"\bjty_[A-Za-z0-9_-]{16,}")),
@@ -35,6 +39,45 @@ _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _SECRET_FIELD = re.compile(
     r"(?i)^(authorization|proxy-authorization|x-api-key|api[_-]?key|password|passwd|secret|client[_-]?secret|access[_-]?token|refresh[_-]?token|token)$"
 )
+
+
+# Every pattern above needs one of these (lower-cased) substrings, or a run of four
+# digits for a card number. Most strings have none, and `in` checks cost far less
+# than a dozen regex scans: redaction runs on the event loop for every call.
+_HINTS = (
+    "sk-",
+    "jty_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "akia",
+    "aiza",
+    "xox",
+    "eyj",
+    "private key",
+    "bearer",
+    "pass",
+    "pwd",
+    "secret",
+    "apikey",
+    "api_key",
+    "api-key",
+    "token",
+)
+_FOUR_DIGITS = re.compile(r"\d{4}")
+
+
+def _may_hold_secret(value: str) -> bool:
+    lower = value.lower()
+    return any(hint in lower for hint in _HINTS) or _FOUR_DIGITS.search(value) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_field(name: str) -> bool:
+    return _SECRET_FIELD.match(name) is not None
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -56,7 +99,9 @@ def _marker(kind: str) -> str:
 class _Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         known = {s for s in secrets if s and len(s) >= MIN_KNOWN_SECRET_LEN}
-        self.known = sorted(known, key=len, reverse=True)  # longest first: a key may contain another
+        self.known = sorted(
+            known, key=len, reverse=True
+        )  # longest first: a key may contain another
         self.found: list[dict[str, str]] = []
 
     def text(self, value: str, path: str) -> str:
@@ -64,6 +109,8 @@ class _Redactor:
             if secret in value:
                 value = value.replace(secret, _marker("secret"))
                 self.found.append({"kind": "secret", "path": path})
+        if not _may_hold_secret(value):
+            return value
         for kind, pattern in _PATTERNS:
             value, count = pattern.subn(_marker(kind), value)
             if count:
@@ -93,7 +140,12 @@ class _Redactor:
             out = {}
             for key, item in value.items():
                 child = f"{path}.{key}" if path else str(key)
-                if isinstance(key, str) and _SECRET_FIELD.match(key) and isinstance(item, str) and item:
+                if (
+                    isinstance(key, str)
+                    and _is_secret_field(key)
+                    and isinstance(item, str)
+                    and item
+                ):
                     out[key] = _marker("secret_field")
                     self.found.append({"kind": "secret_field", "path": child})
                 else:
@@ -104,7 +156,9 @@ class _Redactor:
         return value
 
 
-def redact_secrets(value: Any, secrets: Iterable[str] = (), *, path: str = "") -> tuple[Any, list[dict[str, str]]]:
+def redact_secrets(
+    value: Any, secrets: Iterable[str] = (), *, path: str = ""
+) -> tuple[Any, list[dict[str, str]]]:
     """A copy of `value` with secrets replaced by `[REDACTED:<kind>]`, and where they were."""
     redactor = _Redactor(secrets)
     cleaned = redactor.walk(value, path)
