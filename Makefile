@@ -20,9 +20,11 @@ serve: venv
 ## Install what the tests need (system parts included) and run the whole suite.
 test: venv
 	./scripts/install-test-deps.sh
+	$(VENV)/bin/jetty sandbox build-image
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -n 2
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy

@@ -362,7 +362,7 @@ class _Parser:
                 item.get("command", item.get("run")), str
             ):
                 raise self.fail(key, "must be a command string or a mapping with `command`")
-            command = item.get("command", item.get("run"))
+            command = str(item.get("command", item.get("run")))
             try:
                 timeout = (
                     parse_duration(item["timeout"]) if item.get("timeout") is not None else 300.0

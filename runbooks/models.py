@@ -6,6 +6,7 @@ any replica behind a load balancer can serve them. Sizes are capped where writte
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any
 
@@ -49,7 +50,7 @@ class UploadedFileContent(SQLModel, table=True):
             String(40), ForeignKey("uploaded_files.id", ondelete="CASCADE"), primary_key=True
         )
     )
-    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content: builtins.bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # `bytes` is a field here
 
 
 class RunGrade(SQLModel, table=True):
@@ -79,7 +80,7 @@ class RunFile(SQLModel, table=True):
     path: str = Field(sa_column=Column(String(500), primary_key=True))
     bytes: int
     sha256: str = Field(max_length=64)
-    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content: builtins.bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime
 
 

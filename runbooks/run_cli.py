@@ -101,7 +101,7 @@ def _run(
             jetty["runbook_url"] = runbook
         else:
             jetty["runbook"] = Path(runbook).read_text(encoding="utf-8")
-        body = {"model": model, "messages": [], "stream": True, "jetty": jetty}
+        body: dict[str, Any] = {"model": model, "messages": [], "stream": True, "jetty": jetty}
         result: dict[str, Any] | None = None
         content = ""
         with (

@@ -91,7 +91,7 @@ async def check_public_url(url: str, settings: Settings) -> None:
         raise RunbookFetchFailed(
             f"Cannot resolve runbook host {host!r}", param="jetty.runbook_url"
         ) from None
-    addresses = {info[4][0] for info in infos}
+    addresses = {str(info[4][0]) for info in infos}
     blocked = sorted(a for a in addresses if not _is_public(a))
     if blocked or not addresses:
         raise UrlNotAllowed(

@@ -268,7 +268,7 @@ class LocalBackend:
 
     async def list_records(self) -> list[SandboxRecord]:
         def scan() -> list[SandboxRecord]:
-            records = []
+            records: list[SandboxRecord] = []
             if not self.base.is_dir():
                 return records
             for root in self.base.iterdir():

@@ -27,18 +27,18 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
                 raise BadRequest("Invalid Content-Length header", code="invalid_request") from None
             break
     message = await receive()
-    body = message.get("body", b"")
+    body: bytes = message.get("body", b"")  # type: ignore[assignment]
     if not message.get("more_body"):
         if len(body) > limit:
             raise _too_large(limit)
         return body
-    parts = [body]
+    parts: list[bytes] = [body]
     size = len(body)
     while message.get("more_body"):
         message = await receive()
         if message["type"] == "http.disconnect":
             break
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from litestar import Request, asgi, get
 from litestar.datastructures import State
-from litestar.types import Message, Receive, Scope, Send
+from litestar.types import Message, Receive, ReceiveMessage, Scope, Send
 
 from gateway.auth import Principal
 from gateway.errors import ApiError, RunbookModeUnavailable
@@ -79,7 +79,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 @asgi("/v1/chat/completions", copy_scope=False, tags=["passthrough"])
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     """OpenAI chat completions: relayed to the model's upstream, or a runbook run with a `jetty` block."""
-    if scope["method"] != "POST":
+    if scope["method"] != "POST":  # type: ignore[typeddict-item]
         raise ApiError("Use POST for /v1/chat/completions", status=405, code="method_not_allowed")
     state: State = scope["litestar_app"].state
     principal: Principal = scope["user"]
@@ -174,7 +174,7 @@ async def _run_runbook(scope: Scope, receive: Receive, send: Send, raw: bytes, b
         raise RunbookModeUnavailable("Runbook mode is not available on this gateway", param="jetty")
     replayed = False
 
-    async def replay_receive() -> Message:
+    async def replay_receive() -> ReceiveMessage:
         # The body was already read; the runbook handler may read it again.
         nonlocal replayed
         if not replayed:

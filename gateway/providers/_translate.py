@@ -39,7 +39,7 @@ def _import_litellm() -> ModuleType:
     global _litellm
     with _import_lock:
         if _litellm is None:
-            module = importlib.import_module("litellm")
+            module: Any = importlib.import_module("litellm")
             module.suppress_debug_info = True
             module.drop_params = True  # an OpenAI param a provider lacks is dropped, not an error
             _litellm = module
