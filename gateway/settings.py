@@ -50,7 +50,12 @@ def _parse_float(name: str, raw: str, *, minimum: float = 0.0) -> float:
     return value
 
 
+def _parse_csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 def _parse_list(raw: str) -> tuple[str, ...]:
+    """Paths: separated by commas or the OS path separator."""
     return tuple(part.strip() for part in raw.replace(os.pathsep, ",").split(",") if part.strip())
 
 
@@ -80,6 +85,12 @@ class Settings:
     sandbox_allow_unisolated: bool = False
     sandbox_pool_size: int | None = None  # None: 2 for docker, 0 for local
     sandbox_reap_interval_s: float = 60.0
+    # What a run (its runbook, collection or request) may ask of a sandbox. Runbooks
+    # come from third parties, so egress and other images are opt-in by the operator.
+    sandbox_networks: tuple[str, ...] = ()
+    sandbox_images: dict[str, str] = field(default_factory=dict)  # snapshot name -> image
+    sandbox_max_cpus: float = 2.0
+    sandbox_max_memory_mb: int = 4096
     # Runbooks
     sync_wait_s: float = 90.0
     runbook_roots: tuple[str, ...] = ()
@@ -165,6 +176,14 @@ class Settings:
             values["sandbox_pool_size"] = _parse_int("JETTY_SANDBOX_POOL_SIZE", raw, minimum=0, maximum=64)
         if (raw := get("JETTY_SANDBOX_REAP_INTERVAL_S")) is not None:
             values["sandbox_reap_interval_s"] = _parse_float("JETTY_SANDBOX_REAP_INTERVAL_S", raw, minimum=1)
+        if (raw := get("JETTY_SANDBOX_NETWORKS")) is not None:
+            values["sandbox_networks"] = _parse_csv(raw)
+        if (raw := get("JETTY_SANDBOX_IMAGES")) is not None:
+            values["sandbox_images"] = _parse_images(raw)
+        if (raw := get("JETTY_SANDBOX_MAX_CPUS")) is not None:
+            values["sandbox_max_cpus"] = _parse_float("JETTY_SANDBOX_MAX_CPUS", raw, minimum=0.1)
+        if (raw := get("JETTY_SANDBOX_MAX_MEMORY_MB")) is not None:
+            values["sandbox_max_memory_mb"] = _parse_int("JETTY_SANDBOX_MAX_MEMORY_MB", raw, minimum=64)
         if (raw := get("JETTY_SYNC_WAIT_S")) is not None:
             values["sync_wait_s"] = _parse_float("JETTY_SYNC_WAIT_S", raw, minimum=0)
         if (raw := get("JETTY_RUNBOOK_ROOTS")) is not None:
@@ -190,6 +209,18 @@ class Settings:
         if "@" in str(out.get("database_url", "")):
             out["database_url"] = _mask_url_password(str(out["database_url"]))
         return out
+
+
+def _parse_images(raw: str) -> dict[str, str]:
+    """`name=image,other=image2,image3`: snapshot names runs may ask for, and their images."""
+    images: dict[str, str] = {}
+    for part in _parse_csv(raw):
+        name, sep, image = part.partition("=")
+        name, image = name.strip(), image.strip()
+        if sep and (not name or not image):
+            raise SettingsError(f"JETTY_SANDBOX_IMAGES entry {part!r} is not name=image")
+        images[name] = image if sep else name
+    return images
 
 
 def _normalise_database_url(url: str) -> str:

@@ -19,6 +19,7 @@ from runbooks.agent import Limits
 from runbooks.format import Runbook, parse_memory_mb, parse_runbook, sha256_text
 from runbooks.models import Collection
 from runbooks.request import DEFAULT_TIMEOUT_S, RunRequest
+from runbooks.sandbox_policy import apply_sandbox_policy
 from runbooks.sources import fetch_runbook
 from runbooks.template import RenderedRunbook, render_runbook
 from sandboxes import SandboxSpec
@@ -157,7 +158,7 @@ async def prepare_run(
         or (runbook.sandbox.timeout_s if runbook.sandbox else None)
         or DEFAULT_TIMEOUT_S
     )
-    spec = _sandbox_spec(runbook, collection, request, rendered.agent_env)
+    spec = apply_sandbox_policy(_sandbox_spec(runbook, collection, request, rendered.agent_env), state.settings)
     spec = replace(
         spec, timeout_s=float(timeout_s) + 600.0
     )  # checks and collection run after the agent

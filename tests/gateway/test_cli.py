@@ -32,7 +32,13 @@ def test_version() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("JETTY_PORT", "eighty"), ("JETTY_SANDBOX_BACKEND", "vm"), ("JETTY_DATABASE_URL", "mysql://x/y")],
+    [
+        ("JETTY_PORT", "eighty"),
+        ("JETTY_SANDBOX_BACKEND", "vm"),
+        ("JETTY_DATABASE_URL", "mysql://x/y"),
+        ("JETTY_SANDBOX_IMAGES", "py="),
+        ("JETTY_SANDBOX_MAX_CPUS", "lots"),
+    ],
 )
 def test_bad_setting_stops_start_with_one_line(name: str, value: str, tmp_path: Path) -> None:
     result = jetty("serve", env={name: value, "JETTY_DATA_DIR": str(tmp_path)}, timeout=30)

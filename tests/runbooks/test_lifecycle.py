@@ -334,3 +334,38 @@ def test_jetty_run_cli_streams_progress_and_downloads_results(
     assert saved and saved[0].read_text() == "[1]"
     sent = model.requests_for("cli")[0]["messages"]
     assert "Greet Ada." in json.dumps(sent)
+
+
+def test_sandbox_shape_beyond_the_operators_policy_is_422(local_gateway: GatewayProcess) -> None:
+    """Runbooks are third-party text: egress, other images and big limits are the operator's call."""
+    host_net = chat(local_gateway, jetty("policy-net", sandbox={"network": "host"}))
+    assert host_net.status_code == 422
+    error = host_net.json()["error"]
+    assert error["code"] == "sandbox_network_not_allowed" and error["param"] == "jetty.sandbox.network"
+    assert error["details"]["allowed"] == ["none"]
+
+    front = "sandbox:\n  network: bridge\n"
+    from_runbook = chat(local_gateway, jetty("policy-front", front))
+    assert from_runbook.status_code == 422
+    assert from_runbook.json()["error"]["code"] == "sandbox_network_not_allowed"
+
+    image = chat(local_gateway, jetty("policy-image", snapshot="python-3.12"))
+    assert image.status_code == 422 and image.json()["error"]["code"] == "sandbox_image_not_allowed"
+    memory = chat(local_gateway, jetty("policy-mem", sandbox={"memory": "64g"}))
+    assert memory.status_code == 422 and memory.json()["error"]["param"] == "jetty.sandbox.memory"
+    with local_gateway.admin() as admin:
+        listed = admin.get("/v1/trajectories", params={"kind": "runbook", "limit": 100}).json()["data"]
+    assert not any("policy-" in json.dumps(t["request"]) for t in listed)  # nothing started
+
+
+def test_operator_allowed_snapshot_and_network_run(
+    start_gateway, upstream: UpstreamServer, model: ScriptedModel, tmp_path
+) -> None:  # noqa: ANN001
+    env = run_gateway_env(
+        tmp_path, upstream, "local", JETTY_SANDBOX_IMAGES="py=jetty-sandbox:bookworm", JETTY_SANDBOX_NETWORKS="bridge"
+    )
+    gateway = start_gateway(env=env)
+    marker = model.script("allowed", tool_turn(finish({"ok": True})))
+    response = chat(gateway, jetty(marker, snapshot="py", sandbox={"network": "bridge"}))
+    assert response.status_code == 200, response.text
+    assert response.json()["jetty"]["status"] == "succeeded"
