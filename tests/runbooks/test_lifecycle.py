@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from typing import Any
 
@@ -369,3 +370,53 @@ def test_operator_allowed_snapshot_and_network_run(
     response = chat(gateway, jetty(marker, snapshot="py", sandbox={"network": "bridge"}))
     assert response.status_code == 200, response.text
     assert response.json()["jetty"]["status"] == "succeeded"
+
+
+def test_events_replay_past_steps_then_stream_live_ones_until_the_end(
+    local_gateway: GatewayProcess, model: ScriptedModel
+) -> None:
+    gate = threading.Event()
+
+    def held_finish(_messages: list[dict[str, Any]]) -> Any:
+        # The run waits here, mid-way, while the test subscribes; released below.
+        gate.wait(timeout=60)
+        return tool_turn(finish({"ok": True}))
+
+    marker = model.script("sse", tool_turn(bash("echo first-step")), held_finish)
+    try:
+        response = chat(local_gateway, jetty(marker, **{"async": True}))
+        assert response.status_code == 202
+        run_id = response.json()["trajectory_id"]
+        wait_for(
+            lambda: any(
+                s["type"] == "observation"
+                for s in local_gateway.admin().get(f"/v1/trajectories/{run_id}").json()["steps"]
+            ),
+            timeout_s=30,
+            what="the first observation",
+        )
+        events: list[dict[str, Any]] = []
+        with local_gateway.admin(timeout=60) as admin, admin.stream(
+            "GET", f"/v1/trajectories/{run_id}/events"
+        ) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[len("data: ") :])
+                events.append(event)
+                if event["type"] == "step" and event["step"]["type"] == "observation":
+                    gate.set()  # everything so far was replayed: let the run go on, live
+                if event["type"] == "end":
+                    break
+    finally:
+        gate.set()
+    steps = [e["step"] for e in events if e["type"] == "step"]
+    seqs = [s["seq"] for s in steps]
+    assert seqs == list(range(1, len(seqs) + 1))  # every step once, in order, from the start
+    lifecycle = [s["data"].get("event") for s in steps if s["type"] == "lifecycle"]
+    assert lifecycle[:4] == ["runbook_fetched", "sandbox_acquiring", "sandbox_ready", "agent_started"]
+    observed = seqs[[s["type"] for s in steps].index("observation")]
+    live = [s for s in steps if s["seq"] > observed]
+    assert any(s["type"] == "tool_call" and s["data"].get("name") == "finish" for s in live)
+    assert events[-1] == {"type": "end", "trajectory_id": run_id, "status": "succeeded"}
