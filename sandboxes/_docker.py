@@ -112,6 +112,18 @@ class DockerBackend:
 
         await anyio.to_thread.run_sync(ping)
 
+    async def has_image(self, image: str) -> bool:
+        """True when the engine has `image` locally (never pulls)."""
+
+        def inspect() -> bool:
+            try:
+                self._ensure_image(image)
+                return True
+            except ImageMissing:
+                return False
+
+        return await anyio.to_thread.run_sync(inspect)
+
     def _ensure_image(self, image: str) -> None:
         import docker.errors
 

@@ -56,7 +56,12 @@ def make_backend(kind: str, settings: Settings, instance: str) -> SandboxBackend
 
 
 async def open_backend(settings: Settings, *, backend: str | None = None, instance: str | None = None) -> SandboxBackend:
-    """The configured backend, checked; `auto` is docker when an engine answers, else local."""
+    """The configured backend, checked.
+
+    `auto` is docker when an engine answers and has the sandbox image, else local: a
+    fresh host with Docker but no image yet still runs runbooks (under bubblewrap)
+    instead of failing every run until someone builds the image.
+    """
     kind = backend or settings.sandbox_backend
     instance = instance or secrets.token_hex(6)
     if kind != "auto":
@@ -66,7 +71,12 @@ async def open_backend(settings: Settings, *, backend: str | None = None, instan
     docker_backend = make_backend("docker", settings, instance)
     try:
         await docker_backend.check()
-        return docker_backend
+        if await docker_backend.has_image(settings.sandbox_image):  # type: ignore[attr-defined]
+            return docker_backend
+        logger.warning(
+            "docker sandbox image missing, using local sandboxes image=%s (build it with: jetty sandbox build-image)",
+            settings.sandbox_image,
+        )
     except SandboxUnavailable as exc:
         logger.info("docker unavailable, trying local sandboxes reason=%s", exc)
     local = make_backend("local", settings, instance)
