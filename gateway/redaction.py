@@ -41,9 +41,10 @@ _SECRET_FIELD = re.compile(
 )
 
 
-# Every pattern above needs one of these (lower-cased) substrings, or a run of four
-# digits for a card number. Most strings have none, and `in` checks cost far less
-# than a dozen regex scans: redaction runs on the event loop for every call.
+# Every pattern above needs one of these (lower-cased) substrings, or for a card
+# number a match of `_CARD` itself (which needs no run of four digits: `4 1 1 1 …`).
+# Most strings have none, and `in` checks cost far less than a dozen regex scans:
+# redaction runs on the event loop for every call.
 _HINTS = (
     "sk-",
     "jty_",
@@ -67,17 +68,71 @@ _HINTS = (
     "api-key",
     "token",
 )
-_FOUR_DIGITS = re.compile(r"\d{4}")
-
 
 def _may_hold_secret(value: str) -> bool:
     lower = value.lower()
-    return any(hint in lower for hint in _HINTS) or _FOUR_DIGITS.search(value) is not None
+    for hint in _HINTS:
+        if hint in lower:
+            return True
+    return _CARD.search(value) is not None
 
 
 @functools.lru_cache(maxsize=4096)
 def _is_secret_field(name: str) -> bool:
     return _SECRET_FIELD.match(name) is not None
+
+
+def _gather(value: Any, strings: list[str]) -> bool:
+    """Collect every non-empty string in `value`; True if a secret-named field holds one."""
+    # Exact type checks first: decoded JSON has only these, and this runs per call.
+    kind = type(value)
+    if kind is dict or (kind is not list and isinstance(value, dict)):
+        named = False
+        for key, item in value.items():
+            item_kind = type(item)
+            if item_kind is str or (item_kind not in _SCALARS and isinstance(item, str)):
+                if item:
+                    strings.append(item)
+                    if isinstance(key, str) and _is_secret_field(key):
+                        named = True
+            elif item_kind not in _SCALARS and _gather(item, strings):
+                named = True
+        return named
+    if kind is list or isinstance(value, list):
+        named = False
+        for item in value:
+            item_kind = type(item)
+            if item_kind is str:
+                if item:
+                    strings.append(item)
+            elif item_kind not in _SCALARS and _gather(item, strings):
+                named = True
+        return named
+    if isinstance(value, str) and value:
+        strings.append(value)
+    return False
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def _is_clean(value: Any, known: Iterable[str]) -> bool:
+    """True when nothing in `value` can need redacting: one screen over all its strings.
+
+    Every pattern needs a hint inside a single string, and the NUL separator cannot
+    be part of one, so screening the joined strings misses nothing a per-string scan
+    would find (a rare false alarm only sends the value down the precise walk).
+    """
+    strings: list[str] = []
+    if _gather(value, strings):
+        return False
+    if not strings:
+        return True
+    text = "\x00".join(strings)
+    for secret in known:
+        if secret in text:
+            return False
+    return not _may_hold_secret(text)
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -159,7 +214,13 @@ class _Redactor:
 def redact_secrets(
     value: Any, secrets: Iterable[str] = (), *, path: str = ""
 ) -> tuple[Any, list[dict[str, str]]]:
-    """A copy of `value` with secrets replaced by `[REDACTED:<kind>]`, and where they were."""
+    """`value` with secrets replaced by `[REDACTED:<kind>]` (a copy if any), and where they were.
+
+    Most values hold no secret: one screen over their strings returns them as they are,
+    without the per-string scans and the copy (redaction runs on the event loop).
+    """
     redactor = _Redactor(secrets)
+    if _is_clean(value, redactor.known):
+        return value, []
     cleaned = redactor.walk(value, path)
     return cleaned, redactor.found
