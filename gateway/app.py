@@ -28,7 +28,12 @@ from gateway.errors import handle_exception
 from gateway.events import EventBus
 from gateway.keys.routes import KeysController
 from gateway.logs import RequestLogMiddleware, configure_logging
-from gateway.passthrough import chat_completions, list_models, passthrough_lifespan
+from gateway.passthrough import (
+    CompletionsFront,
+    chat_completions,
+    list_models,
+    passthrough_lifespan,
+)
 from gateway.secrets_store import load_admin_token, load_secret_key
 from gateway.settings import Settings
 from gateway.status import read_status, register_status_count
@@ -104,7 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     route_handlers += runbook_routes
 
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
         state=state,
@@ -124,6 +129,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    app.asgi_handler = CompletionsFront(app, app.asgi_handler)
+    return app
 
 
 def create_asgi_app() -> Any:

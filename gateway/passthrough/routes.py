@@ -88,6 +88,13 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     if "jetty" in body:
         await _run_runbook(scope, receive, send, raw, body, principal)
         return
+    await relay_completion(state, scope, receive, send, raw, body, principal)
+
+
+async def relay_completion(
+    state: State, scope: Scope, receive: Receive, send: Send, raw: bytes, body: dict[str, Any], principal: Principal
+) -> None:
+    """Passthrough mode, once the body is read and parsed: relay, answer, record."""
     call = open_call(
         principal,
         body,
