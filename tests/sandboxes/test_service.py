@@ -58,7 +58,7 @@ async def test_reaper_removes_sandboxes_of_finished_and_crashed_runs(settings: S
     await crashed.check()
     alive_run, dead_run = new_run_id(), new_run_id()
     keep = await crashed.create(SandboxSpec(), run_id=alive_run)
-    await crashed.create(SandboxSpec(), run_id=dead_run)
+    dead_sandbox = await crashed.create(SandboxSpec(), run_id=dead_run)
     instance = crashed.instance  # type: ignore[attr-defined]
     if backend_name == "docker":
         # Left by a crash mid-creation, and a dead pool container (made without our code).
@@ -91,3 +91,6 @@ async def test_reaper_removes_sandboxes_of_finished_and_crashed_runs(settings: S
             json.loads((p / "meta.json").read_text()).get("run_id") == dead_run
             for p in (settings.data_dir / "sandboxes").iterdir()
         )
+        cgroups = crashed.cgroups  # type: ignore[attr-defined]
+        if cgroups is not None:
+            assert not any((parent / dead_sandbox.id).exists() for parent in cgroups.parents.values())
