@@ -119,10 +119,16 @@ def doctor() -> None:
             typer.echo(f"docker: unavailable: {docker_error}")
         local_error = await probe("local")
         if local_error is None:
+            from sandboxes._cgroups import SandboxCgroups, detect
             from sandboxes._local import probe_bwrap
 
             unisolated = probe_bwrap()
             typer.echo("local: ok (bubblewrap)" if unisolated is None else f"local: ok but UNISOLATED ({unisolated})")
+            cgroups = detect()
+            if isinstance(cgroups, SandboxCgroups):
+                typer.echo(f"local limits: {cgroups.description}")
+            else:
+                typer.echo(f"local limits: WEAK, rlimits only, no OOM kill or CPU limit: {cgroups}")
         else:
             typer.echo(f"local: unavailable: {local_error}")
         try:
