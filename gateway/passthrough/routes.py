@@ -36,6 +36,7 @@ from gateway.storage import utcnow
 log = logging.getLogger(__name__)
 
 _TRAJECTORY_HEADER = TRAJECTORY_HEADER.lower().encode()
+_DONE_EVENT_ENDINGS = (b"data: [DONE]\n\n", b"data: [DONE]\r\n\r\n")
 
 
 class _Exchange:
@@ -161,6 +162,10 @@ async def _relay_stream(
             if call.first_token_at is None:
                 call.first_token_at = utcnow()
             chunks.append(chunk)
+            if chunk.endswith(_DONE_EVENT_ENDINGS):
+                # The client has the whole answer once `[DONE]` is out; SDKs stop reading
+                # there and may close before the upstream's last chunk, which is no cancel.
+                exchange.is_done = True
             message = {"type": "http.response.body", "body": chunk, "more_body": True}
             await send(message)
     except ApiError as exc:
