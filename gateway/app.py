@@ -8,9 +8,11 @@ later ones (recording, delivery) flush what they hold.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -53,11 +55,20 @@ def provide_settings(state: State) -> Settings:
     return state.settings
 
 
+def _ensure_private_dir(path: Path) -> None:
+    """The data dir is ours alone: it holds the database (request bodies, encrypted secrets) and tokens."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077 and path.stat().st_uid == os.geteuid():
+        path.chmod(0o700)
+        log.warning("data dir was readable by others, now 0700 path=%s previous_mode=%o", path, mode)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the gateway app from `settings` (read from the environment when omitted)."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_json)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _ensure_private_dir(settings.data_dir)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -17,7 +17,7 @@ SECRET_KEY_FILE = "secret_key"
 
 
 def _read_or_create(path: Path, make: str) -> tuple[str, bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         value = path.read_text().strip()
         if value:

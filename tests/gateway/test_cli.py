@@ -55,6 +55,7 @@ def test_embedded_defaults_generate_admin_token_0600(start_gateway, tmp_path: Pa
     try:
         token_file = data_dir / "admin_token"
         assert token_file.stat().st_mode & 0o777 == 0o600
+        assert data_dir.stat().st_mode & 0o777 == 0o700  # the database is not for other local users
         token = token_file.read_text().strip()
         assert str(token_file) in gateway.logs() and token not in gateway.logs()
         with gateway.client(token) as client:
