@@ -29,7 +29,7 @@ from gateway.auth import PUBLIC_PATHS, Authenticator, BearerAuthMiddleware
 from gateway.errors import handle_exception
 from gateway.events import EventBus
 from gateway.keys.routes import KeysController
-from gateway.logs import RequestLogMiddleware, configure_logging
+from gateway.logs import configure_logging
 from gateway.passthrough import (
     CompletionsFront,
     chat_completions,
@@ -41,6 +41,8 @@ from gateway.settings import Settings
 from gateway.status import read_status, register_status_count
 from gateway.storage import Database, upgrade_schema
 from gateway.trajectories import TrajectoriesController, TrajectoryRecorder
+from runbooks.lifespan import runbooks_lifespan
+from runbooks.routes import ROUTE_HANDLERS as runbook_routes
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,6 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
     db: Database = state.db
     async with db.session() as session:
         yield session
-
-
-def provide_settings(state: State) -> Settings:
-    return state.settings
 
 
 def _ensure_private_dir(path: Path) -> None:
@@ -98,8 +96,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             state.recorder = recorder
             register_status_count(state, "recording_queue_depth", lambda: recorder.queue_depth)
             await stack.enter_async_context(passthrough_lifespan(state, settings))
-            from runbooks.lifespan import runbooks_lifespan
-
             await stack.enter_async_context(runbooks_lifespan(state, settings))
 
             log.info(
@@ -116,8 +112,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         }
     )
     route_handlers: list[Any] = [read_status, KeysController, TrajectoriesController, chat_completions, list_models]
-    from runbooks.routes import ROUTE_HANDLERS as runbook_routes
-
     route_handlers += runbook_routes
 
     app = Litestar(
@@ -126,7 +120,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=state,
         dependencies={
             "db_session": Provide(provide_db_session),
-            "settings": Provide(provide_settings, sync_to_thread=False),
         },
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=[f"^{p}" for p in PUBLIC_PATHS])],
         exception_handlers={Exception: handle_exception},
@@ -143,7 +136,3 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.asgi_handler = CompletionsFront(app, app.asgi_handler)
     return app
 
-
-def create_asgi_app() -> Any:
-    """The ASGI callable `jetty serve` runs: the app wrapped in the request log."""
-    return RequestLogMiddleware(create_app())

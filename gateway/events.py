@@ -45,6 +45,3 @@ class EventBus:
                 if not subscribers:
                     del self._subscribers[trajectory_id]
 
-    @property
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())

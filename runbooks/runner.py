@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.auth import Principal
-from gateway.errors import ApiError, Conflict
+from gateway.errors import Conflict
 from gateway.ids import new_id
 from gateway.storage import Database, utcnow
 from gateway.trajectories import RunRecord, Step, TrajectoryRecorder
@@ -259,7 +259,3 @@ class RunbookService:
         )
         await self.recorder.flush()
         return "cancelled"
-
-
-def api_error_dict(exc: ApiError) -> dict[str, Any]:
-    return {"code": exc.code, "message": exc.message, "status": exc.status}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar.types import Receive, Scope
+from litestar.types import Receive, ReceiveMessage, Scope
 
 from gateway.errors import BadRequest, PayloadTooLarge
 
@@ -82,3 +82,17 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 def _invalid(message: str, param: str) -> BadRequest:
     return BadRequest(message, code="invalid_body", param=param)
+
+
+def replay_body(raw: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands out the already read body once, then defers to the server."""
+    is_replayed = False
+
+    async def replay_receive() -> ReceiveMessage:
+        nonlocal is_replayed
+        if not is_replayed:
+            is_replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay_receive

@@ -14,11 +14,11 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar
-from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Authenticator
 from gateway.errors import ApiError, to_api_error
-from gateway.passthrough._body import parse_body, read_body
+from gateway.passthrough._body import parse_body, read_body, replay_body
 from gateway.passthrough.routes import relay_completion
 
 log = logging.getLogger(__name__)
@@ -69,23 +69,9 @@ class CompletionsFront:
         raw = await read_body(scope, receive, state.settings.max_body_bytes)
         body = parse_body(raw)
         if "jetty" in body:
-            await self._fallback(scope, _replay(raw, receive), send)
+            await self._fallback(scope, replay_body(raw, receive), send)
             return
         await relay_completion(state, scope, receive, send, raw, body, principal)
-
-
-def _replay(raw: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands out the already read body once, then defers to the server."""
-    is_replayed = False
-
-    async def replay_receive() -> ReceiveMessage:
-        nonlocal is_replayed
-        if not is_replayed:
-            is_replayed = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await receive()
-
-    return replay_receive
 
 
 async def _send_error(send: Send, error: ApiError) -> None:

@@ -16,11 +16,11 @@ from typing import Any
 import msgspec
 from litestar import Request, asgi, get
 from litestar.datastructures import State
-from litestar.types import Message, Receive, ReceiveMessage, Scope, Send
+from litestar.types import Message, Receive, Scope, Send
 
 from gateway.auth import Principal
 from gateway.errors import ApiError, RunbookModeUnavailable
-from gateway.passthrough._body import parse_body, read_body
+from gateway.passthrough._body import parse_body, read_body, replay_body
 from gateway.passthrough.service import (
     COLLECTION_HEADER,
     TRAJECTORY_HEADER,
@@ -184,16 +184,7 @@ async def _run_runbook(scope: Scope, receive: Receive, send: Send, raw: bytes, b
     run_runbook = getattr(app.state, "run_runbook", None)
     if run_runbook is None:
         raise RunbookModeUnavailable("Runbook mode is not available on this gateway", param="jetty")
-    replayed = False
-
-    async def replay_receive() -> ReceiveMessage:
-        # The body was already read; the runbook handler may read it again.
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await receive()
-
+    replay_receive = replay_body(raw, receive)  # the body was read; the runbook handler reads it again
     request: Request[Any, Any, Any] = Request(scope, replay_receive)
     response = await run_runbook(request, body, principal)
     await response.to_asgi_response(app=app, request=request)(scope, replay_receive, send)
